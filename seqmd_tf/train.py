@@ -1,0 +1,124 @@
+r"""Train a SEQ+MD (or baseline) re-ranker on ELWC TFRecords, evaluate it and export it.
+
+Example:
+  python -m seqmd_tf.train \
+    --feature_spec=configs/trivago.json \
+    --train_files='runs/demo/data/train/*.tfrecord' \
+    --eval_files='runs/demo/data/eval/*.tfrecord' \
+    --model_dir=runs/demo/model --export_dir=runs/demo/export
+
+Re-running with the same --model_dir resumes from the last finished epoch.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from seqmd_tf import config as config_lib
+from seqmd_tf.feature_spec import FeatureSpecError, load_feature_spec
+
+FLAGS = flags.FLAGS
+
+flags.DEFINE_string("feature_spec", None, "Path of the dataset's feature spec JSON, e.g. configs/trivago.json.")
+flags.DEFINE_string("train_files", None, "Comma-separated globs of training ELWC TFRecord files.")
+flags.DEFINE_string("eval_files", None, "Comma-separated globs of evaluation ELWC TFRecord files; "
+                    "evaluated after every epoch and at the end. Empty: no evaluation.")
+flags.DEFINE_string("model_dir", None, "Directory for checkpoints (backup/), TensorBoard logs "
+                    "(logs/), config.json and the final evaluation (eval.json, eval.md).")
+flags.DEFINE_string("export_dir", None, "Base directory of the SavedModel; it is written to "
+                    "<export_dir>/<version>. Empty: no export.")
+flags.DEFINE_enum("model", "seq_md", ["seq_md", "seq"], "Model architecture.")
+flags.DEFINE_integer("list_size", None, "Items per list after padding/truncation; default: the "
+                     "feature spec's list_size.")
+flags.DEFINE_integer("batch_size", 64, "Lists per training batch.")
+flags.DEFINE_integer("epochs", 5, "Passes over the training files.")
+flags.DEFINE_integer("steps_per_epoch", None, "Batches per epoch; default: one pass over the files.")
+flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+flags.DEFINE_enum("loss", "softmax", list(config_lib.LOSSES), "TF-Ranking listwise loss per task.")
+flags.DEFINE_list("task_weights", None, "Listwise loss weight per task in funnel order, e.g. "
+                  "1,1; default 1 for every task.")
+flags.DEFINE_float("dpr_weight", 0.1, "Weight of the descending probability regularizer "
+                   "(0 turns it off).")
+flags.DEFINE_float("pointwise_weight", 0.1, "Weight of the per-task sigmoid cross-entropy that "
+                   "keeps sigmoid(logit) a calibrated probability.")
+flags.DEFINE_enum("region_mask", "element", list(config_lib.REGION_MASK_MODES),
+                  "MD region mask: off, one scale per feature, or one per embedding element.")
+flags.DEFINE_enum("mask_gate", "2sigmoid", list(config_lib.MASK_GATES),
+                  "Mask activation: 2*sigmoid starts at 1.0 and can amplify; sigmoid only damps.")
+flags.DEFINE_list("shared_units", ["128", "64"], "Widths of the shared per-item MLP.")
+flags.DEFINE_float("dropout", 0.1, "Dropout rate in the shared MLP.")
+flags.DEFINE_boolean("list_context", True, "Also feed each feature minus its list mean.")
+flags.DEFINE_integer("gru_units", 32, "Hidden units of the GRU cell unrolled over the tasks.")
+flags.DEFINE_list("score_weights", None, "Serving score = sum of weight * task logit, one weight "
+                  "per task in funnel order; default: the last task's logit.")
+flags.DEFINE_integer("seed", 42, "Random seed for weights and shuffling.")
+flags.DEFINE_integer("min_region_lists", 50, "Regions with fewer evaluation lists are pooled as "
+                     "'other' in the final evaluation.")
+
+
+def _floats(values, flag):
+  if values is None:
+    return None
+  try:
+    return tuple(float(v) for v in values)
+  except ValueError:
+    raise app.UsageError(f"--{flag} must be comma-separated numbers, got {','.join(values)!r}")
+
+
+def configs_from_flags():
+  """Return (ModelConfig, TrainConfig) from the parsed flags."""
+  model_config = config_lib.ModelConfig(
+      model=FLAGS.model, region_mask=FLAGS.region_mask, mask_gate=FLAGS.mask_gate,
+      shared_units=tuple(int(u) for u in FLAGS.shared_units), dropout=FLAGS.dropout,
+      list_context=FLAGS.list_context, gru_units=FLAGS.gru_units,
+      score_weights=_floats(FLAGS.score_weights, "score_weights"))
+  train_config = config_lib.TrainConfig(
+      loss=FLAGS.loss, task_weights=_floats(FLAGS.task_weights, "task_weights"),
+      dpr_weight=FLAGS.dpr_weight, pointwise_weight=FLAGS.pointwise_weight,
+      learning_rate=FLAGS.learning_rate, batch_size=FLAGS.batch_size, epochs=FLAGS.epochs,
+      list_size=FLAGS.list_size, seed=FLAGS.seed, steps_per_epoch=FLAGS.steps_per_epoch)
+  return model_config, train_config
+
+
+def main(argv):
+  del argv
+  for name in ("feature_spec", "train_files", "model_dir"):
+    if not getattr(FLAGS, name):
+      raise app.UsageError(f"--{name} is required; see --help")
+  try:
+    spec = load_feature_spec(FLAGS.feature_spec)
+    model_config, train_config = configs_from_flags()
+    model_config.validate(len(spec.tasks))
+    train_config.validate(len(spec.tasks))
+  except (FeatureSpecError, ValueError) as e:
+    raise app.UsageError(str(e))
+
+  # Imported here so that --help and flag errors do not wait for TensorFlow to load.
+  from seqmd_tf import data as data_lib  # pylint: disable=g-import-not-at-top
+  from seqmd_tf import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
+  from seqmd_tf import training  # pylint: disable=g-import-not-at-top
+
+  paths = training.RunPaths(FLAGS.train_files, FLAGS.eval_files, FLAGS.model_dir, FLAGS.export_dir)
+  try:
+    trainer = training.train(spec, model_config, train_config, paths)
+  except data_lib.InputFilesError as e:
+    raise app.UsageError(str(e))
+
+  export_path = None
+  if FLAGS.export_dir:
+    export_path = training.export(trainer, spec, FLAGS.export_dir)
+  if FLAGS.eval_files and export_path:
+    result = evaluate_lib.evaluate_saved_model(
+        export_path, spec, FLAGS.eval_files, batch_size=train_config.batch_size,
+        min_region_lists=FLAGS.min_region_lists)
+    evaluate_lib.write_outputs(result, os.path.join(FLAGS.model_dir, "eval.json"),
+                               title=f"{model_config.model} on {spec.name}")
+  logging.info("done: model_dir=%s export=%s", FLAGS.model_dir, export_path)
+  print(f"SavedModel: {export_path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+  app.run(main)
