@@ -13,11 +13,17 @@ from seqmd_tf.data import MASK_FEATURE
 from seqmd_tf.feature_spec import FeatureSpec
 from seqmd_tf.features import FeatureEncoder
 from seqmd_tf.layers.region_mask import RegionMask
-from seqmd_tf.layers.seq_chain import SeqTaskChain
-from seqmd_tf.layers.shared_encoder import SharedEncoder
+from seqmd_tf.models import seq
 
 SCORE_OUTPUT = "score"
-MODELS = ("seq_md", "seq")
+
+# Model name -> function(x, mask, task_names, config) -> {task: logits}. "seq" and "seq_md"
+# share one body: SEQ+MD is SEQ with the region mask on (the default --region_mask=element).
+MODEL_BODIES = {
+    "seq_md": seq.build_logits,
+    "seq": seq.build_logits,
+}
+MODELS = tuple(MODEL_BODIES)
 
 _INPUT_DTYPES = {"string": tf.string, "int64": tf.int64, "float": tf.float32}
 
@@ -86,12 +92,7 @@ def build_scorer(spec: FeatureSpec, config: ModelConfig) -> tf.keras.Model:
   encoded = encoder(inputs)
   x = apply_region_mask(encoded, encoder, config)
 
-  mask = inputs[MASK_FEATURE]
-  z = SharedEncoder(hidden_units=config.shared_units, dropout=config.dropout,
-                    list_context=config.list_context, name="shared_encoder")(x, mask=mask)
-  logits = SeqTaskChain(task_names=list(spec.tasks), units=config.gru_units,
-                        tower_units=config.tower_units, initial_state=config.initial_state,
-                        task_embedding=config.task_embedding, name="seq_task_chain")(z)
+  logits = MODEL_BODIES[config.model](x, inputs[MASK_FEATURE], spec.tasks, config)
 
   outputs = {task: tf.keras.layers.Activation("linear", name=task)(logits[task])
              for task in spec.tasks}
