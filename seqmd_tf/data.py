@@ -12,10 +12,8 @@ import tensorflow as tf
 import tensorflow_ranking as tfr
 
 from seqmd_tf.feature_spec import Feature, FeatureSpec
+from seqmd_tf.losses import PADDING_LABEL  # noqa: F401  (re-exported for callers of data)
 
-# Items added to reach `list_size` and items whose task label is missing get this label.
-# TF-Ranking treats labels < 0 as invalid, so every loss and metric masks them out.
-PADDING_LABEL = -1
 # Boolean [batch_size, list_size] feature that marks real (non-padding) items.
 MASK_FEATURE = "example_list_mask"
 

@@ -108,13 +108,13 @@ def main(argv):
   try:
     spec = load_feature_spec(FLAGS.feature_spec)
   except FeatureSpecError as e:
-    raise app.UsageError(str(e))
+    raise app.UsageError(str(e)) from e
   from seqmd_tf.data import InputFilesError  # pylint: disable=g-import-not-at-top
   try:
     result = evaluate_saved_model(FLAGS.saved_model, spec, FLAGS.eval_files, FLAGS.batch_size,
                                   FLAGS.min_region_lists)
   except InputFilesError as e:
-    raise app.UsageError(str(e))
+    raise app.UsageError(str(e)) from e
   write_outputs(result, FLAGS.output_json, title=f"{os.path.basename(FLAGS.saved_model.rstrip('/'))} on {spec.name}")
   sys.stdout.flush()
 

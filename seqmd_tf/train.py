@@ -65,7 +65,7 @@ def _floats(values, flag):
   try:
     return tuple(float(v) for v in values)
   except ValueError:
-    raise app.UsageError(f"--{flag} must be comma-separated numbers, got {','.join(values)!r}")
+    raise app.UsageError(f"--{flag} must be comma-separated numbers, got {','.join(values)!r}") from None
 
 
 def configs_from_flags():
@@ -94,7 +94,7 @@ def main(argv):
     model_config.validate(len(spec.tasks))
     train_config.validate(len(spec.tasks))
   except (FeatureSpecError, ValueError) as e:
-    raise app.UsageError(str(e))
+    raise app.UsageError(str(e)) from e
 
   # Imported here so that --help and flag errors do not wait for TensorFlow to load.
   from seqmd_tf import data as data_lib  # pylint: disable=g-import-not-at-top
@@ -105,7 +105,7 @@ def main(argv):
   try:
     trainer = training.train(spec, model_config, train_config, paths)
   except data_lib.InputFilesError as e:
-    raise app.UsageError(str(e))
+    raise app.UsageError(str(e)) from e
 
   export_path = None
   if FLAGS.export_dir:

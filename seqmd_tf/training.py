@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import shutil
 from typing import Optional
 
 import tensorflow as tf
@@ -37,6 +38,10 @@ class RunPaths:
   @property
   def log_dir(self) -> str:
     return os.path.join(self.model_dir, "logs")
+
+  @property
+  def final_scorer_dir(self) -> str:
+    return os.path.join(self.model_dir, "scorer")
 
 
 def build_trainer(spec: FeatureSpec, model_config: ModelConfig,
@@ -96,7 +101,19 @@ def train(spec: FeatureSpec, model_config: ModelConfig, train_config: TrainConfi
                model_config.model, train_config.epochs, train_config.seed, paths.backup_dir)
   trainer.fit(train_data, validation_data=eval_data, epochs=train_config.epochs,
               steps_per_epoch=train_config.steps_per_epoch, callbacks=callbacks, verbose=verbose)
+  save_final_scorer(trainer.scorer, paths.final_scorer_dir)
   return trainer
+
+
+def save_final_scorer(scorer: tf.keras.Model, path: str) -> None:
+  """Save the trained scorer in Keras SavedModel format (loadable by tf.keras.models.load_model
+  with no custom_objects), replacing an earlier copy only once the new one is complete."""
+  temp_path = path + ".tmp"
+  shutil.rmtree(temp_path, ignore_errors=True)
+  scorer.save(temp_path, include_optimizer=False)
+  shutil.rmtree(path, ignore_errors=True)
+  os.rename(temp_path, path)
+  logging.info("saved the final scorer to %s", path)
 
 
 def export(trainer: RankingTrainer, spec: FeatureSpec, export_dir: str) -> str:
