@@ -7,7 +7,7 @@ DATA_DIR ?= ../shared/data
 # Everything the demo writes goes under this folder.
 RUN_DIR ?= runs/demo
 # Passes over the trivago training split in the demo.
-DEMO_EPOCHS ?= 8
+DEMO_EPOCHS ?= 6
 # Extra pytest arguments, for example PYTEST_ARGS="-k losses".
 PYTEST_ARGS ?=
 

@@ -5,15 +5,17 @@
 #   SOURCE   trivago (default) or synthetic
 #   DATA_DIR folder holding trivago-recsys2019/ (default ../shared/data)
 #   RUN_DIR  output folder (default runs/demo)
-#   EPOCHS   training passes (default 8)
+#   EPOCHS   training passes (default 6)
 set -euo pipefail
 
 PY="${PY:-.venv/bin/python}"
 SOURCE="${SOURCE:-trivago}"
 DATA_DIR="${DATA_DIR:-../shared/data}"
 RUN_DIR="${RUN_DIR:-runs/demo}"
-EPOCHS="${EPOCHS:-8}"
+EPOCHS="${EPOCHS:-6}"
 start=$(date +%s)
+# Hide TensorFlow's C++ start-up notices (CUDA probing on a CPU machine); errors still show.
+export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 
 step() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }
 

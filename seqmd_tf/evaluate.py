@@ -115,7 +115,7 @@ def main(argv):
                                   FLAGS.min_region_lists)
   except InputFilesError as e:
     raise app.UsageError(str(e)) from e
-  write_outputs(result, FLAGS.output_json, title=f"{os.path.basename(FLAGS.saved_model.rstrip('/'))} on {spec.name}")
+  write_outputs(result, FLAGS.output_json, title=f"SavedModel {FLAGS.saved_model} on {spec.name}")
   sys.stdout.flush()
 
 
