@@ -2,8 +2,13 @@
 
 import dataclasses
 import json
+import numbers
 from typing import Optional, Tuple
 
+# Every value of --model. `seqmd_tf.model.MODEL_BODIES` maps each name to its body. The names
+# live here so that `train.py` can parse its flags before TensorFlow is imported.
+MODEL_NAMES = ("single_task", "shared_bottom", "mmoe", "ple", "adatt", "esmm", "aitm", "seq",
+               "seq_md")
 REGION_MASK_MODES = ("off", "feature", "element")
 MASK_GATES = ("2sigmoid", "sigmoid")
 LOSSES = ("softmax", "approx_ndcg", "list_mle")
@@ -25,6 +30,17 @@ class ModelConfig:
   tower_units: Tuple[int, ...] = (16,)
   initial_state: str = "zeros"
   task_embedding: bool = False
+  # Mixture-of-experts baselines. Each expert is a ReLU MLP with widths `expert_units`. The
+  # default equals `shared_units`, so an expert has the capacity of the shared-bottom MLP.
+  num_experts: int = 4  # MMoE: experts shared by all tasks.
+  expert_units: Tuple[int, ...] = (128, 64)
+  num_task_experts: int = 2  # PLE and AdaTT: experts owned by each task, per level.
+  num_shared_experts: int = 2  # PLE (>= 1) and AdaTT (0 gives AdaTT-sp): shared, per level.
+  ple_levels: int = 2  # PLE extraction layers. One layer is CGC.
+  adatt_levels: int = 2  # AdaTT fusion levels.
+  # AITM: width k of the AIT attention. 64 equals shared_units[-1], the width d of each task's
+  # representation, so k = d as in the authors' code.
+  aitm_units: int = 64
   # Serving score = sum of weight * task logit; None means the last task's logit alone.
   score_weights: Optional[Tuple[float, ...]] = None
 
@@ -36,12 +52,35 @@ class ModelConfig:
       raise ValueError(f"--mask_gate must be one of {MASK_GATES}, got {self.mask_gate!r}")
     if self.initial_state not in INITIAL_STATES:
       raise ValueError(f"--initial_state must be one of {INITIAL_STATES}, got {self.initial_state!r}")
+    if self.model not in MODEL_NAMES:
+      raise ValueError(f"--model must be one of {MODEL_NAMES}, got {self.model!r}")
     if not 0.0 <= self.dropout < 1.0:
       raise ValueError(f"--dropout must be in [0, 1), got {self.dropout}")
+    self._validate_expert_settings()
     if self.score_weights is not None and len(self.score_weights) != num_tasks:
       raise ValueError(
           f"--score_weights has {len(self.score_weights)} values but the feature spec has "
           f"{num_tasks} tasks; give one weight per task in funnel order")
+
+  def _validate_expert_settings(self) -> None:
+    """Raise ValueError naming the flag when an expert or AITM setting is out of range."""
+    if not self.expert_units or not all(_is_int_at_least(u, 1) for u in self.expert_units):
+      raise ValueError(f"--expert_units must be one or more widths > 0, e.g. 128,64, got "
+                       f"{list(self.expert_units)}")
+    for name in ("num_experts", "num_task_experts", "ple_levels", "adatt_levels", "aitm_units"):
+      if not _is_int_at_least(getattr(self, name), 1):
+        raise ValueError(f"--{name} must be an integer >= 1, got {getattr(self, name)!r}")
+    if not _is_int_at_least(self.num_shared_experts, 0):
+      raise ValueError(f"--num_shared_experts must be an integer >= 0, got "
+                       f"{self.num_shared_experts!r}")
+    if self.model == "ple" and self.num_shared_experts < 1:
+      raise ValueError(f"--num_shared_experts must be >= 1 for --model=ple, because PLE shares "
+                       f"information between tasks only through shared experts, got "
+                       f"{self.num_shared_experts}")
+
+
+def _is_int_at_least(value, minimum: int) -> bool:
+  return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= minimum
 
 
 @dataclasses.dataclass

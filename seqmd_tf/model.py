@@ -13,13 +13,22 @@ from seqmd_tf.data import MASK_FEATURE
 from seqmd_tf.feature_spec import FeatureSpec
 from seqmd_tf.features import FeatureEncoder
 from seqmd_tf.layers.region_mask import RegionMask
-from seqmd_tf.models import seq
+from seqmd_tf.models import adatt, aitm, esmm, mmoe, ple, seq, shared_bottom, single_task
 
 SCORE_OUTPUT = "score"
 
 # Model name -> function(x, mask, task_names, config) -> {task: logits}. "seq" and "seq_md"
 # share one body: SEQ+MD is SEQ with the region mask on (the default --region_mask=element).
+# Every body gets the region-masked input when --region_mask is not "off", so each baseline
+# also runs with the MD module in front. The keys are seqmd_tf.config.MODEL_NAMES.
 MODEL_BODIES = {
+    "single_task": single_task.build_logits,
+    "shared_bottom": shared_bottom.build_logits,
+    "mmoe": mmoe.build_logits,
+    "ple": ple.build_logits,
+    "adatt": adatt.build_logits,
+    "esmm": esmm.build_logits,
+    "aitm": aitm.build_logits,
     "seq_md": seq.build_logits,
     "seq": seq.build_logits,
 }

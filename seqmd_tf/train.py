@@ -21,6 +21,9 @@ from seqmd_tf import config as config_lib
 from seqmd_tf.feature_spec import FeatureSpecError, load_feature_spec
 
 FLAGS = flags.FLAGS
+# Defaults of the expert and AITM flags, read from ModelConfig so that flags and config cannot
+# disagree.
+_MODEL_DEFAULTS = config_lib.ModelConfig()
 
 flags.DEFINE_string("feature_spec", None, "Path of the dataset's feature spec JSON, e.g. configs/trivago.json.")
 flags.DEFINE_string("train_files", None, "Comma-separated globs of training ELWC TFRecord files.")
@@ -30,7 +33,10 @@ flags.DEFINE_string("model_dir", None, "Directory for checkpoints (backup/), Ten
                     "(logs/), config.json and the final evaluation (eval.json, eval.md).")
 flags.DEFINE_string("export_dir", None, "Base directory of the SavedModel; it is written to "
                     "<export_dir>/<version>. Empty: no export.")
-flags.DEFINE_enum("model", "seq_md", ["seq_md", "seq"], "Model architecture.")
+flags.DEFINE_enum("model", "seq_md", list(config_lib.MODEL_NAMES),
+                  "Model architecture: seq_md (SEQ+MD), seq, or a baseline: single_task, "
+                  "shared_bottom, mmoe, ple, adatt, esmm, aitm. Every model runs behind the MD "
+                  "region mask unless --region_mask=off.")
 flags.DEFINE_integer("list_size", None, "Items per list after padding/truncation; default: the "
                      "feature spec's list_size.")
 flags.DEFINE_integer("batch_size", 64, "Lists per training batch.")
@@ -52,11 +58,37 @@ flags.DEFINE_list("shared_units", ["128", "64"], "Widths of the shared per-item 
 flags.DEFINE_float("dropout", 0.1, "Dropout rate in the shared MLP.")
 flags.DEFINE_boolean("list_context", True, "Also feed each feature minus its list mean.")
 flags.DEFINE_integer("gru_units", 32, "Hidden units of the GRU cell unrolled over the tasks.")
+flags.DEFINE_integer("num_experts", _MODEL_DEFAULTS.num_experts,
+                     "mmoe: number of experts shared by all tasks.")
+flags.DEFINE_list("expert_units", [str(u) for u in _MODEL_DEFAULTS.expert_units],
+                  "mmoe, ple, adatt: widths (units) of each expert's ReLU MLP, e.g. 128,64. PLE "
+                  "and AdaTT use them at every level.")
+flags.DEFINE_integer("num_task_experts", _MODEL_DEFAULTS.num_task_experts,
+                     "ple, adatt: experts owned by each task, per level.")
+flags.DEFINE_integer("num_shared_experts", _MODEL_DEFAULTS.num_shared_experts,
+                     "ple, adatt: experts shared by all tasks, per level. PLE needs >= 1, and 0 "
+                     "turns adatt into AdaTT-sp.")
+flags.DEFINE_integer("ple_levels", _MODEL_DEFAULTS.ple_levels,
+                     "ple: number of extraction layers. One layer is CGC.")
+flags.DEFINE_integer("adatt_levels", _MODEL_DEFAULTS.adatt_levels,
+                     "adatt: number of fusion levels.")
+flags.DEFINE_integer("aitm_units", _MODEL_DEFAULTS.aitm_units,
+                     "aitm: width (units) of the attention projections and output of the AIT "
+                     "module that carries information from task t-1 to task t. The default "
+                     "equals the last --shared_units width, as in the authors' code.")
 flags.DEFINE_list("score_weights", None, "Serving score = sum of weight * task logit, one weight "
                   "per task in funnel order; default: the last task's logit.")
 flags.DEFINE_integer("seed", 42, "Random seed for weights and shuffling.")
 flags.DEFINE_integer("min_region_lists", 50, "Regions with fewer evaluation lists are pooled as "
                      "'other' in the final evaluation.")
+
+
+def _ints(values, flag):
+  try:
+    return tuple(int(v) for v in values)
+  except ValueError:
+    raise app.UsageError(
+        f"--{flag} must be comma-separated integers, got {','.join(values)!r}") from None
 
 
 def _floats(values, flag):
@@ -74,6 +106,9 @@ def configs_from_flags():
       model=FLAGS.model, region_mask=FLAGS.region_mask, mask_gate=FLAGS.mask_gate,
       shared_units=tuple(int(u) for u in FLAGS.shared_units), dropout=FLAGS.dropout,
       list_context=FLAGS.list_context, gru_units=FLAGS.gru_units,
+      num_experts=FLAGS.num_experts, expert_units=_ints(FLAGS.expert_units, "expert_units"),
+      num_task_experts=FLAGS.num_task_experts, num_shared_experts=FLAGS.num_shared_experts,
+      ple_levels=FLAGS.ple_levels, adatt_levels=FLAGS.adatt_levels, aitm_units=FLAGS.aitm_units,
       score_weights=_floats(FLAGS.score_weights, "score_weights"))
   train_config = config_lib.TrainConfig(
       loss=FLAGS.loss, task_weights=_floats(FLAGS.task_weights, "task_weights"),
