@@ -92,29 +92,50 @@ def search_to_list(rows: pd.DataFrame, region: str) -> elwc.ListRecord:
 
 
 def read_rows(path: str) -> pd.DataFrame:
-  """Read the CSV and check columns and values: no missing value, labels 0 or 1."""
-  rows = pd.read_csv(path)
+  """Read the CSV and check columns and values: no missing value, labels 0 or 1.
+
+  An empty file, a file that is not valid UTF-8 or a value that is not a number is an error
+  that names the file and the row.
+  """
+  rows = elwc.read_csv(path)
+  check_rows(rows, path)
+  return rows
+
+
+def check_rows(rows: pd.DataFrame, path: str, first_row: int = 0) -> None:
+  """Raise ValueError naming the file and data row of the first missing column or bad value.
+
+  Args:
+    rows: consecutive data rows of `path`.
+    first_row: 0-based index of rows' first row in the file, so a chunk of a file that is read
+      in parts reports the row number of the whole file.
+  """
   missing = [column for column in REQUIRED_COLUMNS if column not in rows.columns]
   if missing:
     raise ValueError(
       f"{path}: missing columns {missing}; an AliExpress file has search_id, "
       "categorical_1..16, numerical_1..63, click and conversion. Check --input."
     )
+  elwc.check_numeric_columns(
+    rows, ("search_id",) + CATEGORICAL_COLUMNS, path, integer=True, first_row=first_row
+  )
+  elwc.check_numeric_columns(rows, NUMERICAL_COLUMNS, path, integer=False, first_row=first_row)
   for column in REQUIRED_COLUMNS:
     empty = rows[column].isna().to_numpy()
     if empty.any():
       row = int(np.flatnonzero(empty)[0])
       raise ValueError(
-        f"{path}: data row {row + 1} has no value in column {column!r}; fix or drop it."
+        f"{path}: data row {first_row + row + 1} has no value in column {column!r}; "
+        "fix or drop it."
       )
   for task in TASKS:
     invalid = ~rows[task].isin([0, 1]).to_numpy()
     if invalid.any():
       row = int(np.flatnonzero(invalid)[0])
       raise ValueError(
-        f"{path}: data row {row + 1} has {task}={rows[task].iloc[row]!r}; labels must be 0 or 1."
+        f"{path}: data row {first_row + row + 1} has {task}={rows[task].iloc[row]!r}; "
+        "labels must be 0 or 1."
       )
-  return rows
 
 
 def convert(

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import tensorflow as tf
 from absl import flags
 from absl import logging
@@ -131,6 +132,64 @@ def serialize(message) -> bytes:
 def labels_of(record: ListRecord, tasks: Sequence[str]) -> dict:
   """Return {task: [label of each item]} read from the record's examples."""
   return {task: [int(item[task]) for item in record.examples] for task in tasks}
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading and checking raw tables.
+
+
+def read_csv(path: str, **read_options) -> pd.DataFrame:
+  """Read a CSV file with pandas; raise ValueError naming the file for an unusable file.
+
+  Raises:
+    ValueError: the file is empty, has a header but no data row, or is not valid UTF-8 (the
+      message names the line and byte offset of the first invalid byte).
+  """
+  try:
+    rows = pd.read_csv(path, **read_options)
+  except pd.errors.EmptyDataError as error:
+    raise ValueError(f"{path}: the file is empty; check --input.") from error
+  except UnicodeDecodeError as error:
+    with open(path, "rb") as raw_file:
+      raw = raw_file.read()
+    try:
+      raw.decode("utf-8")
+      start, reason = error.start, error.reason
+    except UnicodeDecodeError as located:
+      start, reason = located.start, located.reason
+    line = raw.count(b"\n", 0, start) + 1
+    raise ValueError(
+      f"{path}: line {line} (data row {line - 1}) is not valid UTF-8: {reason} at byte "
+      f"{start} of the file. Re-encode the file as UTF-8."
+    ) from error
+  if rows.empty:
+    raise ValueError(f"{path}: the file has a header but no data row; check --input.")
+  return rows
+
+
+def check_numeric_columns(
+  rows: pd.DataFrame, columns: Sequence[str], path: str, integer: bool, first_row: int = 0
+) -> None:
+  """Raise ValueError naming the first data row whose value in `columns` is not a number.
+
+  Missing values pass; the converters have their own rules for them. With `integer`, a
+  number with a fractional part is an error too. `first_row` is the 0-based index of the
+  first of `rows` in the file, so a file read in chunks reports the row of the whole file.
+  """
+  kind = "an integer" if integer else "a number"
+  for column in columns:
+    values = rows[column]
+    numbers = pd.to_numeric(values, errors="coerce")
+    invalid = numbers.isna() & values.notna()
+    if integer:
+      invalid |= numbers.notna() & (numbers != np.floor(numbers))
+    invalid = invalid.to_numpy()
+    if invalid.any():
+      row = int(np.flatnonzero(invalid)[0])
+      raise ValueError(
+        f"{path}: data row {first_row + row + 1} has {column}={values.iloc[row]!r}; "
+        f"{column} must be {kind}. Fix or drop that row."
+      )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -266,7 +325,7 @@ class DatasetWriter:
     if num_shards < 1:
       raise ValueError(f"num_shards must be >= 1 (files per split); received {num_shards}.")
     self.output_dir = os.path.abspath(output_dir)
-    _check_output_dir(self.output_dir, overwrite)
+    check_output_dir(self.output_dir, overwrite)
     self.tasks = list(tasks)
     self.num_shards = num_shards
     self.log_every = max(1, log_every)
@@ -275,7 +334,7 @@ class DatasetWriter:
 
     parent = os.path.dirname(self.output_dir)
     os.makedirs(parent, exist_ok=True)
-    self._tmp_dir = _make_temp_dir(parent, prefix=f".{os.path.basename(self.output_dir)}.tmp-")
+    self._tmp_dir = make_temp_dir(parent, prefix=f".{os.path.basename(self.output_dir)}.tmp-")
     self._writers = {split: [] for split in SPLITS}
     self._committed = False
     self._closed = False
@@ -364,7 +423,7 @@ class DatasetWriter:
     with open(os.path.join(self._tmp_dir, STATS_FILENAME), "w") as stats_file:
       json.dump(stats, stats_file, indent=2, sort_keys=False)
       stats_file.write("\n")
-    _replace_directory(self._tmp_dir, self.output_dir)
+    replace_directory(self._tmp_dir, self.output_dir)
     self._committed = True
     logging.info(
       "%s: wrote %d train and %d eval lists to %s",
@@ -391,7 +450,8 @@ class DatasetWriter:
     self._closed = True
 
 
-def _check_output_dir(output_dir: str, overwrite: bool) -> None:
+def check_output_dir(output_dir: str, overwrite: bool) -> None:
+  """Raise FileExistsError if output_dir is a file, or a non-empty directory without overwrite."""
   if os.path.exists(output_dir) and not os.path.isdir(output_dir):
     raise FileExistsError(
       f"--output_dir {output_dir} exists and is not a directory; pass another path."
@@ -403,7 +463,7 @@ def _check_output_dir(output_dir: str, overwrite: bool) -> None:
     )
 
 
-def _make_temp_dir(parent: str, prefix: str) -> str:
+def make_temp_dir(parent: str, prefix: str) -> str:
   """Create a unique directory in `parent` with the permissions of a plain os.makedirs."""
   path = tempfile.mkdtemp(prefix=prefix, dir=parent)
   # mkdtemp creates mode 0o700; the renamed output should follow the user's umask instead.
@@ -413,7 +473,7 @@ def _make_temp_dir(parent: str, prefix: str) -> str:
   return path
 
 
-def _replace_directory(source: str, target: str) -> None:
+def replace_directory(source: str, target: str) -> None:
   """Rename `source` to `target`; an existing `target` is moved aside first, then deleted."""
   old = None
   if os.path.exists(target):
@@ -637,7 +697,7 @@ def _validate_output_flags(values: dict) -> bool:
   if values["output_dir"] is None:
     return True  # mark_flag_as_required reports it
   try:
-    _check_output_dir(os.path.abspath(values["output_dir"]), values["overwrite"])
+    check_output_dir(os.path.abspath(values["output_dir"]), values["overwrite"])
   except FileExistsError as error:
     raise flags.ValidationError(str(error)) from error
   return True

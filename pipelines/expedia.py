@@ -8,6 +8,11 @@ Missing values (empty or the literal NULL) in the columns of `NULLABLE_COLUMNS` 
 default 0 plus an int64 `<column>_missing` feature that is 1 where the value was missing. A
 missing value in any other column used as a feature is an error that names the row.
 
+A property listed twice in one search keeps its first row by `position`; the later rows are
+dropped (counted in stats.json as `duplicate_items_dropped` in `lists_with_duplicate_items`).
+An empty file, a file that is not valid UTF-8 or a value that is not a number is an error that
+names the row.
+
 Split: searches are ordered by `date_time` (then srch_id); the latest `eval_fraction` of
 searches go to eval.
 
@@ -81,6 +86,10 @@ NULLABLE_DESCRIPTION = (
   "visitor_hist_starrating, visitor_hist_adr_usd, prop_review_score, prop_location_score2, "
   "srch_query_affinity_score, orig_destination_distance and comp1..8_{rate,inv,rate_percent_diff}"
 )
+# Numeric columns by the type the converter reads them as.
+INTEGER_COLUMNS = ("srch_id", "position", "prop_id", "prop_country_id", "click_bool",
+                   "booking_bool") + CONTEXT_ID_COLUMNS
+FLOAT_COLUMNS = CONTEXT_NUMERIC_COLUMNS + EXAMPLE_NUMERIC_COLUMNS
 REQUIRED_COLUMNS = (
   ("srch_id", "date_time", "position", "prop_id", "prop_country_id")
   + CONTEXT_ID_COLUMNS
@@ -117,7 +126,7 @@ FEATURE_DTYPES = _feature_dtypes()
 
 def read_searches(path: str) -> pd.DataFrame:
   """Read the CSV (NULL and empty fields become NaN) and check the required columns."""
-  rows = pd.read_csv(path, na_values=list(NULL_TOKENS), keep_default_na=True)
+  rows = elwc.read_csv(path, na_values=list(NULL_TOKENS), keep_default_na=True)
   missing = [column for column in REQUIRED_COLUMNS if column not in rows.columns]
   if missing:
     raise ValueError(
@@ -128,7 +137,10 @@ def read_searches(path: str) -> pd.DataFrame:
 
 
 def check_required_values(rows: pd.DataFrame, path: str) -> None:
-  """Raise ValueError naming the first row with a missing value outside NULLABLE_COLUMNS."""
+  """Raise ValueError naming the first row with a missing value outside NULLABLE_COLUMNS, or
+  with a value that is not a number in a numeric column."""
+  elwc.check_numeric_columns(rows, INTEGER_COLUMNS, path, integer=True)
+  elwc.check_numeric_columns(rows, FLOAT_COLUMNS, path, integer=False)
   for column in REQUIRED_COLUMNS:
     if column in NULLABLE_COLUMNS:
       continue
@@ -149,9 +161,11 @@ def _min_ranks(values: np.ndarray) -> np.ndarray:
 def search_to_list(rows: pd.DataFrame) -> elwc.ListRecord:
   """Map the rows of one srch_id to a ListRecord, items in `position` order.
 
-  Context values come from the first row; Expedia repeats them on every row of a search.
+  Context values come from the first row; Expedia repeats them on every row of a search. A
+  `prop_id` that appears again keeps only its first row.
   """
   rows = rows.sort_values("position", kind="stable")
+  rows = rows.drop_duplicates("prop_id", keep="first")
   first = rows.iloc[0]
   search_id = int(first["srch_id"])
   context = {elwc.LIST_ID_FEATURE: f"srch_id={search_id}"}
@@ -246,6 +260,10 @@ def convert(
     for search_id, search_rows in rows.groupby("srch_id", sort=False):
       record = search_to_list(search_rows)
       counters["random_order_lists"] += int(record.context["random_bool"] > 0)
+      duplicates = len(search_rows) - len(record.examples)
+      if duplicates:
+        counters["duplicate_items_dropped"] += duplicates
+        counters["lists_with_duplicate_items"] += 1
       serialized = elwc.serialize(elwc.make_example_list(record, FEATURE_DTYPES))
       writer.write(splits[search_id], serialized, record.region, elwc.labels_of(record, TASKS))
     return writer.commit(

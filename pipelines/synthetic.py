@@ -298,6 +298,39 @@ def encode_lists(lists: dict, first_list_index: int) -> list:
   return records
 
 
+def num_chunks(num_lists: int) -> int:
+  """Return how many chunks of CHUNK_LISTS lists (the last one shorter) hold num_lists lists."""
+  return -(-num_lists // CHUNK_LISTS)
+
+
+def generate_chunk(
+  world: World, chunk_index: int, num_lists: int, list_size: int, seed: int
+) -> tuple:
+  """Draw and serialize chunk `chunk_index` of a dataset of `num_lists` lists.
+
+  The chunk holds lists chunk_index * CHUNK_LISTS up to the next chunk's first list (or
+  num_lists). Each chunk has its own random generator, seeded by (seed, chunk_index), so chunks
+  can be generated in any order or in parallel and still give the same records.
+
+  Returns:
+    (records, regions, labels): the serialized ELWCs and the region name of each list, and
+    {task: int64 array [chunk_size, list_size]} with the 0/1 labels.
+  """
+  chunk_start = chunk_index * CHUNK_LISTS
+  chunk_size = min(CHUNK_LISTS, num_lists - chunk_start)
+  rng = np.random.default_rng([seed, 1, chunk_index])
+  lists = generate_lists(world, chunk_size, list_size, rng)
+  records = encode_lists(lists, chunk_start)
+  regions = [REGION_NAMES[region] for region in lists["region"].tolist()]
+  labels = {task: lists[task] for task in TASKS}
+  return records, regions, labels
+
+
+def first_eval_list(num_lists: int, eval_fraction: float) -> int:
+  """Return the index of the first eval list: the last round(fraction * n) lists are eval."""
+  return num_lists - elwc.num_eval_groups(num_lists, eval_fraction)
+
+
 def generate(
   output_dir: str,
   num_lists: int,
@@ -324,7 +357,7 @@ def generate(
       f"Need num_lists >= 0 and list_size >= 1; received {num_lists} and {list_size}."
     )
   world = make_world(num_regions, setting, world_seed)
-  first_eval = num_lists - elwc.num_eval_groups(num_lists, eval_fraction)
+  first_eval = first_eval_list(num_lists, eval_fraction)
   logging.info(
     "%s: %d lists of %d items, %d regions, setting %s, seed %d, world seed %d",
     DATASET,
@@ -339,13 +372,10 @@ def generate(
   with elwc.DatasetWriter(
     output_dir, TASKS, num_shards, overwrite, log_every, name=DATASET
   ) as writer:
-    for chunk_index, chunk_start in enumerate(range(0, num_lists, CHUNK_LISTS)):
-      chunk_size = min(CHUNK_LISTS, num_lists - chunk_start)
-      rng = np.random.default_rng([seed, 1, chunk_index])
-      lists = generate_lists(world, chunk_size, list_size, rng)
-      records = encode_lists(lists, chunk_start)
-      regions = [REGION_NAMES[region] for region in lists["region"].tolist()]
-      labels = {task: lists[task] for task in TASKS}
+    for chunk_index in range(num_chunks(num_lists)):
+      chunk_start = chunk_index * CHUNK_LISTS
+      records, regions, labels = generate_chunk(world, chunk_index, num_lists, list_size, seed)
+      chunk_size = len(records)
       # Lists before `boundary` in this chunk belong to train, the rest to eval.
       boundary = min(max(first_eval - chunk_start, 0), chunk_size)
       for split, rows in (
@@ -396,7 +426,8 @@ def main(argv: Sequence[str]) -> None:
   )
 
 
-def _define_flags() -> None:
+def define_generator_flags() -> None:
+  """Define --num_lists, --num_regions, --list_size, --setting, --seed and --world_seed."""
   flags.DEFINE_integer(
     "num_lists", 10000, "Lists to generate (train and eval together).", lower_bound=0
   )
@@ -418,9 +449,9 @@ def _define_flags() -> None:
   flags.DEFINE_integer(
     "world_seed", 0, "Seed of the region parameters (currency, shipping, purchase effects)."
   )
-  elwc.define_output_flags()
 
 
 if __name__ == "__main__":
-  _define_flags()
+  define_generator_flags()
+  elwc.define_output_flags()
   app.run(main)

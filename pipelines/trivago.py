@@ -17,8 +17,13 @@ Rules for unusual rows (counted in stats.json under `counters`):
   - `prices` count differs from the impressions count, or a price is not a number: skipped
     (`skipped_price_count_mismatch`, `skipped_invalid_price`);
   - the clicked item is not in the impressions: the list is kept with clickout 0 for every
-    item, since its in-window interactions still label engage (`reference_not_in_impressions`).
+    item, since its in-window interactions still label engage (`reference_not_in_impressions`);
+  - an item id repeated in the impressions: the first occurrence and its price are kept, the
+    later ones dropped (`duplicate_impressions_dropped` items in
+    `lists_with_duplicate_impressions` lists).
 A skipped clickout still ends its window, and its actions still enter the later history.
+A file with no rows, a non-integer `timestamp` or `step`, or a text value that is not valid
+UTF-8 is rejected with an error that names the row and column.
 
 Split: sessions are ordered by their first timestamp; the latest `eval_fraction` of sessions
 that have a clickout go to eval, with all their lists.
@@ -82,7 +87,12 @@ FEATURE_DTYPES = {
   "clickout": elwc.INT64,
 }
 
-_COLUMNS = (
+# Columns whose values must be integers, and columns of text (ids, names, "|"-joined lists).
+INTEGER_COLUMNS = ("timestamp", "step")
+TEXT_COLUMNS = ("session_id", "action_type", "reference", "platform", "city", "device",
+                "current_filters", "impressions", "prices")
+# Columns the converter reads from the log.
+COLUMNS = (
   "session_id",
   "timestamp",
   "step",
@@ -162,6 +172,7 @@ def clickout_to_list(clickout: dict, window: Sequence[dict], history: SessionHis
     return SkippedList(list_id, "skipped_empty_impressions"), False
   if len(prices_text) != len(impressions):
     return SkippedList(list_id, "skipped_price_count_mismatch"), False
+  impressions, prices_text = first_occurrences(impressions, prices_text)
   try:
     prices = np.array([float(price) for price in prices_text], dtype=np.float64)
   except ValueError:
@@ -209,6 +220,14 @@ def clickout_to_list(clickout: dict, window: Sequence[dict], history: SessionHis
   return record, clicked_item in impressions
 
 
+def first_occurrences(item_ids: Sequence[str], prices: Sequence[str]) -> tuple:
+  """Return (item_ids, prices) without the later occurrences of a repeated item id."""
+  seen = set()
+  kept = [index for index, item_id in enumerate(item_ids)
+          if not (item_id in seen or seen.add(item_id))]
+  return [item_ids[index] for index in kept], [prices[index] for index in kept]
+
+
 def min_ranks(values: np.ndarray) -> list:
   """Return 1-based ascending ranks; equal values share the smallest rank (1 = cheapest)."""
   return (np.searchsorted(np.sort(values), values, side="left") + 1).tolist()
@@ -234,6 +253,31 @@ def session_to_lists(session_actions: Iterable[dict]) -> Iterator:
     window = []
 
 
+def convert_session(session_actions: Iterable[dict], counters: collections.Counter) -> Iterator:
+  """Yield the ListRecord of each kept clickout of a session; count the others in `counters`.
+
+  Args:
+    session_actions: the rows of one session in `order_actions` order, as in session_to_lists.
+    counters: incremented under each SkippedList reason, under
+      `reference_not_in_impressions` for a kept list whose clicked item is not in impressions,
+      and under `duplicate_impressions_dropped` and `lists_with_duplicate_impressions`.
+  """
+  session_actions = list(session_actions)
+  clickouts = [action for action in session_actions if action["action_type"] == CLICKOUT_ACTION]
+  outcomes = session_to_lists(session_actions)
+  for (outcome, reference_in_impressions), clickout in zip(outcomes, clickouts):
+    if isinstance(outcome, SkippedList):
+      counters[outcome.reason] += 1
+      continue
+    if not reference_in_impressions:
+      counters["reference_not_in_impressions"] += 1
+    duplicates = len(split_field(clickout["impressions"])) - len(outcome.examples)
+    if duplicates:
+      counters["duplicate_impressions_dropped"] += duplicates
+      counters["lists_with_duplicate_impressions"] += 1
+    yield outcome
+
+
 def group_sessions(ordered_actions: Sequence[dict]) -> Iterator:
   """Yield (session_id, [actions]) for runs of equal session_id in `order_actions` order."""
   session_id, session_actions = None, []
@@ -253,9 +297,19 @@ def frequent_filter_values(current_filters: Iterable, top_k: int = NUM_FREQUENT_
   Args:
     current_filters: the `current_filters` field of every clickout row ("|"-joined or missing).
   """
+  return top_filter_values(count_filter_values(current_filters), top_k)
+
+
+def count_filter_values(current_filters: Iterable) -> collections.Counter:
+  """Return how many clickout rows hold each filter value ("|"-joined fields or missing)."""
   counts = collections.Counter()
   for value in current_filters:
     counts.update(split_field(value))
+  return counts
+
+
+def top_filter_values(counts: collections.Counter, top_k: int = NUM_FREQUENT_FILTERS) -> list:
+  """Return the `top_k` values with the largest counts; ties go to the alphabetically first."""
   ranked = sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))
   return [value for value, _ in ranked[:top_k]]
 
@@ -270,15 +324,69 @@ def session_splits(actions: pd.DataFrame, eval_fraction: float) -> dict:
 
 
 def read_actions(path: str) -> pd.DataFrame:
-  """Read the parquet log and check that the expected columns are present."""
+  """Read the parquet log and check its columns, its integer columns and its text."""
   actions = pd.read_parquet(path)
-  missing = [column for column in _COLUMNS if column not in actions.columns]
+  check_columns(path, actions.columns)
+  if actions.empty:
+    raise ValueError(f"{path}: the file has no rows, so there is nothing to convert; check "
+                     "--input.")
+  return check_values(actions[list(COLUMNS)], path)
+
+
+def check_values(actions: pd.DataFrame, path: str, first_row: int = 0) -> pd.DataFrame:
+  """Return `actions` with text decoded as UTF-8, after checking the integer columns.
+
+  Args:
+    actions: consecutive rows of `path` with the columns of COLUMNS.
+    first_row: 0-based index of the first of these rows in the file, for error messages.
+
+  Raises:
+    ValueError: naming the file, row and column of a non-integer `timestamp` or `step`, or
+      of text bytes that are not valid UTF-8.
+  """
+  actions = actions.copy()
+  for column in INTEGER_COLUMNS:
+    _check_integer_column(actions[column], path, column, first_row)
+  for column in TEXT_COLUMNS:
+    actions[column] = _decode_text_column(actions[column], path, column, first_row)
+  return actions
+
+
+def _check_integer_column(values: pd.Series, path: str, column: str, first_row: int) -> None:
+  numbers = pd.to_numeric(values, errors="coerce")
+  invalid = (numbers.isna() | (numbers != np.floor(numbers))).to_numpy()
+  if invalid.any():
+    row = int(np.flatnonzero(invalid)[0])
+    raise ValueError(f"{path}: row {first_row + row + 1} has {column}={values.iloc[row]!r}; "
+                     f"{column} must be an integer. Fix or drop that row.")
+
+
+def _decode_text_column(values: pd.Series, path: str, column: str, first_row: int) -> pd.Series:
+  if values.dtype != object or not values.map(lambda value: isinstance(value, bytes)).any():
+    return values
+  decoded = []
+  for row, value in enumerate(values):
+    if isinstance(value, bytes):
+      try:
+        value = value.decode("utf-8")
+      except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path}: row {first_row + row + 1}, column {column!r} is not valid UTF-8 "
+            f"({error.reason} at byte {error.start} of {value[:40]!r}); re-encode the file as "
+            "UTF-8.") from error
+    decoded.append(value)
+  return pd.Series(decoded, index=values.index, dtype=object)
+
+
+def check_columns(path: str, column_names: Iterable[str]) -> None:
+  """Raise ValueError naming `path` if any of COLUMNS is not in `column_names`."""
+  present = set(column_names)
+  missing = [column for column in COLUMNS if column not in present]
   if missing:
     raise ValueError(
-      f"{path}: missing columns {missing}; a trivago log needs {list(_COLUMNS)}. "
+      f"{path}: missing columns {missing}; a trivago log needs {list(COLUMNS)}. "
       "Check that --input is a RecSys Challenge 2019 session file."
     )
-  return actions[list(_COLUMNS)]
 
 
 def convert(
@@ -307,14 +415,9 @@ def convert(
     for session_id, session_actions in group_sessions(actions.to_dict("records")):
       if session_id not in splits:
         continue
-      for outcome, reference_in_impressions in session_to_lists(session_actions):
-        if isinstance(outcome, SkippedList):
-          counters[outcome.reason] += 1
-          continue
-        if not reference_in_impressions:
-          counters["reference_not_in_impressions"] += 1
-        serialized = elwc.serialize(elwc.make_example_list(outcome, FEATURE_DTYPES))
-        writer.write(splits[session_id], serialized, outcome.region, elwc.labels_of(outcome, TASKS))
+      for record in convert_session(session_actions, counters):
+        serialized = elwc.serialize(elwc.make_example_list(record, FEATURE_DTYPES))
+        writer.write(splits[session_id], serialized, record.region, elwc.labels_of(record, TASKS))
     counters["sessions_train"] = sum(split == elwc.TRAIN for split in splits.values())
     counters["sessions_eval"] = sum(split == elwc.EVAL for split in splits.values())
     return writer.commit(

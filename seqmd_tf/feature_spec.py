@@ -35,6 +35,9 @@ class Feature:
   transform: str = "none"
   clip: Optional[tuple] = None
   normalize: bool = True
+  # True: a record without this feature is an error (data validation and --skip_bad_records);
+  # False: the feature takes `default_value` when it is missing.
+  required: bool = False
 
   @property
   def default_value(self):
@@ -94,6 +97,8 @@ class FeatureSpec:
                "group": feature.group}
       if feature.default is not None:
         entry["default"] = feature.default
+      if feature.required:
+        entry["required"] = True
       if feature.type == "numeric":
         entry.update(transform=feature.transform, normalize=feature.normalize)
         if feature.clip is not None:
@@ -218,9 +223,10 @@ def _check_unique_names(features: Sequence[Feature], tasks: Sequence[str], where
 
 _FEATURE_REQUIRED = {"name", "type", "dtype", "group"}
 _FEATURE_OPTIONAL = {
-    "categorical": {"default", "vocabulary", "num_oov_buckets", "embedding_dim", "multivalent", "description"},
-    "hashed": {"default", "hash_buckets", "embedding_dim", "description"},
-    "numeric": {"default", "transform", "clip", "normalize", "description"},
+    "categorical": {"default", "required", "vocabulary", "num_oov_buckets", "embedding_dim",
+                    "multivalent", "description"},
+    "hashed": {"default", "required", "hash_buckets", "embedding_dim", "description"},
+    "numeric": {"default", "required", "transform", "clip", "normalize", "description"},
 }
 
 
@@ -242,7 +248,16 @@ def _parse_feature(entry: Any, is_context: bool, index: int, where: str) -> Feat
   extra = sorted(set(entry) - _FEATURE_REQUIRED - _FEATURE_OPTIONAL[ftype])
   if extra:
     raise FeatureSpecError(f"{at}: key(s) {extra} do not apply to type {ftype!r}")
+  required = entry.get("required", False)
+  if not isinstance(required, bool):
+    raise FeatureSpecError(f"{at}: 'required' must be true or false, got {required!r}")
 
+  feature = _parse_typed_feature(entry, ftype, is_context, at)
+  return dataclasses.replace(feature, required=required)
+
+
+def _parse_typed_feature(entry: dict, ftype: str, is_context: bool, at: str) -> Feature:
+  name, dtype, group = entry["name"], entry["dtype"], entry["group"]
   if ftype == "numeric":
     return _parse_numeric(entry, is_context, at)
   if dtype == "float":

@@ -7,7 +7,8 @@ Example:
     --eval_files='runs/demo/data/eval/*.tfrecord' \
     --model_dir=runs/demo/model --export_dir=runs/demo/export
 
-Re-running with the same --model_dir resumes from the last finished epoch.
+Re-running with the same --model_dir resumes from the last checkpoint: the end of the last
+finished epoch, or with --checkpoint_every_steps the last checkpoint within an epoch.
 """
 
 import os
@@ -39,10 +40,25 @@ flags.DEFINE_enum("model", "seq_md", list(config_lib.MODEL_NAMES),
                   "region mask unless --region_mask=off.")
 flags.DEFINE_integer("list_size", None, "Items per list after padding/truncation; default: the "
                      "feature spec's list_size.")
-flags.DEFINE_integer("batch_size", 64, "Lists per training batch.")
+flags.DEFINE_integer("batch_size", 64, "Lists per training step, the global batch: with "
+                     "--strategy=mirrored or multi_worker each of the N replicas gets "
+                     "batch_size / N lists (N must divide it); with parameter_server every "
+                     "worker step uses batch_size lists.")
 flags.DEFINE_integer("epochs", 5, "Passes over the training files.")
 flags.DEFINE_integer("steps_per_epoch", None, "Batches per epoch; default: one pass over the files.")
-flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
+flags.DEFINE_float("learning_rate", 1e-3, "Learning rate of --optimizer.")
+flags.DEFINE_enum("optimizer", "adam", ["adam", "sgd"], "Optimizer: Adam, or plain SGD (whose "
+                  "update is linear in the gradient, for reproducibility checks).")
+flags.DEFINE_boolean("shuffle", True, "Shuffle the training files and lists; --noshuffle reads "
+                     "them in file order, files interleaved one list at a time.")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored", "multi_worker",
+                                          "parameter_server"],
+                  "tf.distribute strategy; the cluster comes from the TF_CONFIG environment "
+                  "variable. default: one device. mirrored: synchronous, the local GPUs. "
+                  "multi_worker: synchronous, every chief and worker task of TF_CONFIG runs this "
+                  "command and reads its own share of the files. parameter_server: "
+                  "asynchronous, the chief task trains, worker and ps tasks run this command to "
+                  "serve it.")
 flags.DEFINE_enum("loss", "softmax", list(config_lib.LOSSES), "TF-Ranking listwise loss per task.")
 flags.DEFINE_list("task_weights", None, "Listwise loss weight per task in funnel order, e.g. "
                   "1,1; default 1 for every task.")
@@ -79,6 +95,18 @@ flags.DEFINE_integer("aitm_units", _MODEL_DEFAULTS.aitm_units,
 flags.DEFINE_list("score_weights", None, "Serving score = sum of weight * task logit, one weight "
                   "per task in funnel order; default: the last task's logit.")
 flags.DEFINE_integer("seed", 42, "Random seed for weights and shuffling.")
+flags.DEFINE_integer("checkpoint_every_steps", None, "Training steps (batches) between two "
+                     "checkpoints in <model_dir>/backup; a killed run started again with the same "
+                     "flags resumes after the last one, within an epoch. Default: one checkpoint "
+                     "at the end of each epoch.", lower_bound=1)
+flags.DEFINE_integer("validate_records", 200, "Records checked at the head of each training and "
+                     "evaluation file before training (the rules of python -m pipelines.validate); "
+                     "an error stops the run with the report. 0 turns the check off.",
+                     lower_bound=0)
+flags.DEFINE_boolean("skip_bad_records", False, "Drop records that break the feature spec's "
+                     "rules (not ELWC, wrong dtype or length, NaN, invalid label, empty list, "
+                     "missing required feature) and the unreadable rest of a corrupt file, "
+                     "instead of stopping; the number dropped is logged after each epoch.")
 flags.DEFINE_integer("min_region_lists", 50, "Regions with fewer evaluation lists are pooled as "
                      "'other' in the final evaluation.")
 
@@ -133,22 +161,53 @@ def main(argv):
 
   # Imported here so that --help and flag errors do not wait for TensorFlow to load.
   from seqmd_tf import data as data_lib  # pylint: disable=g-import-not-at-top
+  from seqmd_tf import distribute  # pylint: disable=g-import-not-at-top
   from seqmd_tf import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
   from seqmd_tf import training  # pylint: disable=g-import-not-at-top
 
-  paths = training.RunPaths(FLAGS.train_files, FLAGS.eval_files, FLAGS.model_dir, FLAGS.export_dir)
   try:
-    trainer = training.train(spec, model_config, train_config, paths)
-  except data_lib.InputFilesError as e:
+    task = distribute.cluster_task_from_env()
+    distribute.check_cluster(FLAGS.strategy, task)
+  except distribute.DistributeError as e:
     raise app.UsageError(str(e)) from e
+  if distribute.runs_server(FLAGS.strategy, task):
+    distribute.run_server(task)  # Returns only when the server stops.
+    return
+  distribution = distribute.create(FLAGS.strategy, task)
+
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from seqmd_tf import trainer as trainer_lib  # pylint: disable=g-import-not-at-top
+  from seqmd_tf import validation  # pylint: disable=g-import-not-at-top
+
+  paths = training.RunPaths(FLAGS.train_files, FLAGS.eval_files, FLAGS.model_dir, FLAGS.export_dir)
+  fault_tolerance = training.FaultTolerance(
+      checkpoint_every_steps=FLAGS.checkpoint_every_steps,
+      validate_records=FLAGS.validate_records, skip_bad_records=FLAGS.skip_bad_records)
+  try:
+    trainer = training.train(spec, model_config, train_config, paths,
+                             distribution=distribution, shuffle=FLAGS.shuffle,
+                             optimizer=FLAGS.optimizer, fault_tolerance=fault_tolerance)
+  except (data_lib.InputFilesError, distribute.DistributeError) as e:
+    raise app.UsageError(str(e)) from e
+  except (validation.TrainingDataError, trainer_lib.NonFiniteLossError) as e:
+    # The message names the file and record or the step; a traceback would add nothing.
+    sys.exit(f"error: {e}")
 
   export_path = None
   if FLAGS.export_dir:
-    export_path = training.export(trainer, spec, FLAGS.export_dir)
+    export_path = training.export(trainer, spec, FLAGS.export_dir, distribution)
   if FLAGS.eval_files and export_path:
-    result = evaluate_lib.evaluate_saved_model(
-        export_path, spec, FLAGS.eval_files, batch_size=train_config.batch_size,
-        min_region_lists=FLAGS.min_region_lists)
+    try:
+      result = evaluate_lib.evaluate_saved_model(
+          export_path, spec, FLAGS.eval_files, batch_size=train_config.batch_size,
+          min_region_lists=FLAGS.min_region_lists)
+    except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+      named = validation.locate_data_error(e, data_lib.list_files(FLAGS.eval_files), spec,
+                                           train_config.list_size)
+      if named is None:
+        raise
+      # The final evaluation reads every record, also with --skip_bad_records.
+      sys.exit(f"error: the final evaluation of {export_path} failed: {named}")
     evaluate_lib.write_outputs(result, os.path.join(FLAGS.model_dir, "eval.json"),
                                title=f"{model_config.model} on {spec.name}")
   logging.info("done: model_dir=%s export=%s", FLAGS.model_dir, export_path)
