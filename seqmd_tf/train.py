@@ -22,6 +22,9 @@ from seqmd_tf import config as config_lib
 from seqmd_tf.feature_spec import FeatureSpecError, load_feature_spec
 
 FLAGS = flags.FLAGS
+
+# Evaluation lists written into the export as TF Serving warm-up requests.
+WARMUP_LISTS = 8
 # Defaults of the expert and AITM flags, read from ModelConfig so that flags and config cannot
 # disagree.
 _MODEL_DEFAULTS = config_lib.ModelConfig()
@@ -195,7 +198,12 @@ def main(argv):
 
   export_path = None
   if FLAGS.export_dir:
-    export_path = training.export(trainer, spec, FLAGS.export_dir, distribution)
+    from export import records  # pylint: disable=g-import-not-at-top
+    warmup_lists = (records.read_serialized_lists(FLAGS.eval_files, WARMUP_LISTS, "--eval_files")
+                    if FLAGS.eval_files else ())
+    export_path = training.export(trainer, spec, FLAGS.export_dir, distribution,
+                                  list_size=train_config.list_size or spec.list_size,
+                                  warmup_lists=warmup_lists)
   if FLAGS.eval_files and export_path:
     try:
       result = evaluate_lib.evaluate_saved_model(

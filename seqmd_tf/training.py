@@ -266,13 +266,17 @@ def save_final_scorer(scorer: tf.keras.Model, path: str) -> None:
 
 
 def export(trainer: RankingTrainer, spec: FeatureSpec, export_dir: str,
-           distribution: Optional[distribute_lib.Distribution] = None) -> Optional[str]:
+           distribution: Optional[distribute_lib.Distribution] = None, *,
+           list_size: Optional[int] = None, warmup_lists=()) -> Optional[str]:
   """Export the trained scorer to `<export_dir>/<version>` and return that path.
 
   Under a multi_worker `distribution` every chief and worker task calls this function. Only the
   chief's export is kept; the others export into a temporary directory, delete it and return None.
+  `list_size` is the training list size (default: the spec's); `warmup_lists` are serialized ELWC
+  lists written as TF Serving warm-up requests.
   """
   distribution = distribution or distribute_lib.local()
   with distribution.write_dir(export_dir) as target_dir:
-    export_path = export_saved_model(trainer.scorer, spec, target_dir)
+    export_path = export_saved_model(trainer.scorer, spec, target_dir, list_size=list_size,
+                                     warmup_lists=warmup_lists)
   return export_path if distribution.is_chief else None
