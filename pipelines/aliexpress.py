@@ -213,4 +213,6 @@ if __name__ == "__main__":
     "name, e.g. aliexpress_us_train.csv -> US.",
   )
   elwc.define_output_flags()
+  # The flags are defined in pipelines.elwc; adopting them lists them under --help.
+  flags.adopt_module_key_flags(elwc)
   app.run(main)

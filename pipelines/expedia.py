@@ -295,4 +295,6 @@ if __name__ == "__main__":
     "Expedia hotel-search CSV with labels (Kaggle train layout; NULL = missing)."
   )
   elwc.define_output_flags()
+  # The flags are defined in pipelines.elwc; adopting them lists them under --help.
+  flags.adopt_module_key_flags(elwc)
   app.run(main)

@@ -454,4 +454,6 @@ def define_generator_flags() -> None:
 if __name__ == "__main__":
   define_generator_flags()
   elwc.define_output_flags()
+  # The flags are defined in pipelines.elwc; adopting them lists them under --help.
+  flags.adopt_module_key_flags(elwc)
   app.run(main)

@@ -448,4 +448,6 @@ def main(argv: Sequence[str]) -> None:
 if __name__ == "__main__":
   elwc.define_input_flag("trivago RecSys Challenge 2019 session log (.parquet).")
   elwc.define_output_flags()
+  # The flags are defined in pipelines.elwc; adopting them lists them under --help.
+  flags.adopt_module_key_flags(elwc)
   app.run(main)

@@ -20,19 +20,19 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 step() { echo; echo "== [$(( $(date +%s) - start ))s] $*"; }
 
 if [[ "$SOURCE" == "trivago" ]]; then
-  shopt -s nullglob
-  inputs=("$DATA_DIR"/trivago-recsys2019/*.parquet)
-  shopt -u nullglob
-  if [[ ${#inputs[@]} -eq 0 ]]; then
-    echo "error: no trivago parquet file found in $DATA_DIR/trivago-recsys2019/ (DATA_DIR=$DATA_DIR)." >&2
-    echo "  Point DATA_DIR at the folder that holds trivago-recsys2019/, e.g. make demo DATA_DIR=/data/seqmd," >&2
-    echo "  or run on generated data instead: make demo-synthetic" >&2
-    exit 2
-  fi
   spec=configs/trivago.json
   if [[ -f "$RUN_DIR/data/stats.json" ]]; then
     step "ELWC TFRecords already in $RUN_DIR/data (delete it to convert again)"
   else
+    shopt -s nullglob
+    inputs=("$DATA_DIR"/trivago-recsys2019/*.parquet)
+    shopt -u nullglob
+    if [[ ${#inputs[@]} -eq 0 ]]; then
+      echo "error: no trivago parquet file found in $DATA_DIR/trivago-recsys2019/ (DATA_DIR=$DATA_DIR)." >&2
+      echo "  Point DATA_DIR at the folder that contains trivago-recsys2019/, e.g. make demo DATA_DIR=/data/seqmd," >&2
+      echo "  or run on generated data instead: make demo-synthetic" >&2
+      exit 2
+    fi
     step "converting ${inputs[0]} to ELWC TFRecords in $RUN_DIR/data"
     "$PY" -m pipelines.trivago --input "${inputs[0]}" --output_dir "$RUN_DIR/data"
   fi
@@ -54,7 +54,7 @@ step "training SEQ+MD for $EPOCHS epochs (checkpoints and TensorBoard logs in $R
 "$PY" -m seqmd_tf.train --feature_spec "$spec" \
   --train_files "$RUN_DIR/data/train/*.tfrecord" --eval_files "$RUN_DIR/data/eval/*.tfrecord" \
   --model_dir "$RUN_DIR/model" --export_dir "$RUN_DIR/export" --epochs "$EPOCHS" \
-  --model seq_md --region_mask element --min_region_lists 30
+  --model seq_md --region_mask element --nofinal_evaluation
 
 version=$(ls "$RUN_DIR/export" | grep -E '^[0-9]+$' | sort -n | tail -1)
 saved_model="$RUN_DIR/export/$version"

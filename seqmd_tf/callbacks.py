@@ -105,5 +105,5 @@ class ProgressLogger(tf.keras.callbacks.Callback):
     shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted((logs or {}).items())
                       if k == "loss" or k.startswith("ndcg") or k.startswith("val_ndcg")
                       or k == "val_loss" or k == "dpr")
-    logging.info("epoch %d/%d done in %.0f s: %s", epoch + 1, self._epochs,
-                 time.time() - self._start, shown)
+    logging.info("epoch %d/%d done, %.0f s since training started: %s", epoch + 1,
+                 self._epochs, time.time() - self._start, shown)

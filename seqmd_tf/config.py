@@ -51,7 +51,7 @@ class ModelConfig:
     if self.mask_gate not in MASK_GATES:
       raise ValueError(f"--mask_gate must be one of {MASK_GATES}, got {self.mask_gate!r}")
     if self.initial_state not in INITIAL_STATES:
-      raise ValueError(f"--initial_state must be one of {INITIAL_STATES}, got {self.initial_state!r}")
+      raise ValueError(f"initial_state must be one of {INITIAL_STATES}, got {self.initial_state!r}")
     if self.model not in MODEL_NAMES:
       raise ValueError(f"--model must be one of {MODEL_NAMES}, got {self.model!r}")
     if not 0.0 <= self.dropout < 1.0:

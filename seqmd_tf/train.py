@@ -32,9 +32,11 @@ _MODEL_DEFAULTS = config_lib.ModelConfig()
 flags.DEFINE_string("feature_spec", None, "Path of the dataset's feature spec JSON, e.g. configs/trivago.json.")
 flags.DEFINE_string("train_files", None, "Comma-separated globs of training ELWC TFRecord files.")
 flags.DEFINE_string("eval_files", None, "Comma-separated globs of evaluation ELWC TFRecord files; "
-                    "evaluated after every epoch and at the end. Empty: no evaluation.")
+                    "evaluated after every epoch (TensorBoard) and, with --export_dir and "
+                    "--final_evaluation, through the exported SavedModel at the end.")
 flags.DEFINE_string("model_dir", None, "Directory for checkpoints (backup/), TensorBoard logs "
-                    "(logs/), config.json and the final evaluation (eval.json, eval.md).")
+                    "(logs/), config.json, the final Keras scorer (scorer/) and the final evaluation "
+                    "(eval.json, eval.md; see --final_evaluation).")
 flags.DEFINE_string("export_dir", None, "Base directory of the SavedModel; it is written to "
                     "<export_dir>/<version>. Empty: no export.")
 flags.DEFINE_enum("model", "seq_md", list(config_lib.MODEL_NAMES),
@@ -110,6 +112,9 @@ flags.DEFINE_boolean("skip_bad_records", False, "Drop records that break the fea
                      "rules (not ELWC, wrong dtype or length, NaN, invalid label, empty list, "
                      "missing required feature) and the unreadable rest of a corrupt file, "
                      "instead of stopping; the number dropped is logged after each epoch.")
+flags.DEFINE_boolean("final_evaluation", True, "After training, evaluate the exported "
+                     "SavedModel on --eval_files and write <model_dir>/eval.json and eval.md. "
+                     "Needs --export_dir and --eval_files.")
 flags.DEFINE_integer("min_region_lists", 50, "Regions with fewer evaluation lists are pooled as "
                      "'other' in the final evaluation.")
 
@@ -190,7 +195,8 @@ def main(argv):
     trainer = training.train(spec, model_config, train_config, paths,
                              distribution=distribution, shuffle=FLAGS.shuffle,
                              optimizer=FLAGS.optimizer, fault_tolerance=fault_tolerance)
-  except (data_lib.InputFilesError, distribute.DistributeError) as e:
+  except (data_lib.InputFilesError, distribute.DistributeError,
+          training.IncompatibleResumeError) as e:
     raise app.UsageError(str(e)) from e
   except (validation.TrainingDataError, trainer_lib.NonFiniteLossError) as e:
     # The message names the file and record or the step; a traceback would add nothing.
@@ -204,7 +210,7 @@ def main(argv):
     export_path = training.export(trainer, spec, FLAGS.export_dir, distribution,
                                   list_size=train_config.list_size or spec.list_size,
                                   warmup_lists=warmup_lists)
-  if FLAGS.eval_files and export_path:
+  if FLAGS.final_evaluation and FLAGS.eval_files and export_path:
     try:
       result = evaluate_lib.evaluate_saved_model(
           export_path, spec, FLAGS.eval_files, batch_size=train_config.batch_size,

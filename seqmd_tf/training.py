@@ -63,6 +63,32 @@ class RunPaths:
     return os.path.join(self.model_dir, "scorer")
 
 
+class IncompatibleResumeError(ValueError):
+  """--model_dir holds a checkpoint of a different architecture or feature spec."""
+
+
+def check_resume_compatible(paths: RunPaths, model_config: ModelConfig, spec: FeatureSpec) -> None:
+  """Raise IncompatibleResumeError when `paths.model_dir` has a checkpoint whose config.json
+  gives another architecture or feature spec than this run, since restoring it would fail."""
+  config_path = os.path.join(paths.model_dir, "config.json")
+  if not (os.path.isdir(paths.backup_dir) and os.listdir(paths.backup_dir)
+          and os.path.isfile(config_path)):
+    return
+  with open(config_path, encoding="utf-8") as f:
+    previous = json.load(f)
+  current = json.loads(to_json(model_config, TrainConfig(), feature_spec=spec.to_json_dict()))
+  changed = sorted(
+      f"--{key}" for key in set(previous.get("model", {})) | set(current["model"])
+      if previous.get("model", {}).get(key) != current["model"].get(key))
+  if previous.get("feature_spec") != current["feature_spec"]:
+    changed.append("--feature_spec (its contents)")
+  if changed:
+    raise IncompatibleResumeError(
+        f"--model_dir={paths.model_dir} holds a checkpoint trained with other settings: "
+        f"{', '.join(changed)} changed (see {config_path}). Use a new --model_dir, or delete "
+        f"{paths.backup_dir} to start this model_dir over.")
+
+
 def build_trainer(spec: FeatureSpec, model_config: ModelConfig, train_config: TrainConfig,
                   optimizer: str = "adam") -> RankingTrainer:
   """Build the scorer, wrap it with the multi-task loss and compile it with the optimizer
@@ -105,6 +131,7 @@ def train(spec: FeatureSpec, model_config: ModelConfig, train_config: TrainConfi
   tf.keras.utils.set_random_seed(train_config.seed)
   if distribution.is_chief:
     os.makedirs(paths.model_dir, exist_ok=True)
+    check_resume_compatible(paths, model_config, spec)
     with open(os.path.join(paths.model_dir, "config.json"), "w", encoding="utf-8") as f:
       f.write(to_json(model_config, train_config, train_files=paths.train_files,
                       eval_files=paths.eval_files, feature_spec=spec.to_json_dict(),

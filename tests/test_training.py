@@ -120,3 +120,14 @@ def test_rerun_resumes_from_checkpoint(files, tmp_path):
   # Resumed after epoch 1: this run trains only the second epoch (index 1).
   assert trainer.history.epoch == [1]
   assert int(trainer.optimizer.iterations) == 10
+
+
+def test_resume_with_other_architecture_rejected(files, tmp_path):
+  spec = fixture_spec()
+  paths = training.RunPaths(files[0], None, str(tmp_path / "model"))
+  train_config = config_lib.TrainConfig(batch_size=BATCH_SIZE, epochs=1, steps_per_epoch=2)
+  training.train(spec, config_lib.ModelConfig(gru_units=8), train_config, paths, verbose=0)
+  with pytest.raises(training.IncompatibleResumeError) as error:
+    training.train(spec, config_lib.ModelConfig(gru_units=16), train_config, paths, verbose=0)
+  assert "--gru_units" in str(error.value)
+  assert "Use a new --model_dir" in str(error.value)
