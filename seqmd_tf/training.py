@@ -63,6 +63,19 @@ class RunPaths:
     return os.path.join(self.model_dir, "scorer")
 
 
+# TensorFlow's random_seed.get_seed compares (global seed, op seed) with (0, 0) in Python, which
+# fails inside tf.data functions whose op seed is a tensor (the per-pass shuffle seeds) when the
+# global seed is 0 (TF 2.15). Seed 0 therefore sets this global TF seed instead.
+_GLOBAL_SEED_FOR_ZERO = 2**31 - 2
+
+
+def set_seeds(seed: int) -> None:
+  """Seed Python, numpy and TensorFlow from one --seed value."""
+  tf.keras.utils.set_random_seed(seed)
+  if seed % (2**31 - 1) == 0:
+    tf.random.set_seed(_GLOBAL_SEED_FOR_ZERO)
+
+
 class IncompatibleResumeError(ValueError):
   """--model_dir holds a checkpoint of a different architecture or feature spec."""
 
@@ -128,7 +141,7 @@ def train(spec: FeatureSpec, model_config: ModelConfig, train_config: TrainConfi
   train_config.validate(len(spec.tasks))
   distribution.check_training(train_config.batch_size,
                               len(data_lib.list_files(paths.train_files, "--train_files")))
-  tf.keras.utils.set_random_seed(train_config.seed)
+  set_seeds(train_config.seed)
   if distribution.is_chief:
     os.makedirs(paths.model_dir, exist_ok=True)
     check_resume_compatible(paths, model_config, spec)
