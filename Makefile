@@ -10,6 +10,9 @@ RUN_DIR ?= runs/demo
 DEMO_EPOCHS ?= 6
 # Extra pytest arguments, for example PYTEST_ARGS="-k losses".
 PYTEST_ARGS ?=
+# pytest-xdist workers; each test file runs whole on one worker (--dist loadfile), so
+# module-scoped fixtures such as the Beam and cluster runs are built once. 0 runs serially.
+TEST_WORKERS ?= 2
 
 .PHONY: demo demo-synthetic test lint venv clean-venv
 
@@ -29,7 +32,7 @@ demo-synthetic: venv
 	SOURCE=synthetic RUN_DIR="$(RUN_DIR)-synthetic" EPOCHS="$(DEMO_EPOCHS)" PY="$(PY)" bash scripts/demo.sh
 
 test: venv
-	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile) $(PYTEST_ARGS) tests
 
 lint: venv
 	$(PY) -m ruff check seqmd_tf pipelines export benchmarks tests
