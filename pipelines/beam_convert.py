@@ -37,12 +37,9 @@ from typing import Any, Optional
 import apache_beam as beam
 import pandas as pd
 import pyarrow.parquet as pq
-import tensorflow as tf
 from absl import app
 from absl import flags
 from absl import logging
-from apache_beam.io import filebasedsink
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -444,36 +441,6 @@ def build_synthetic(
 # Output: shards per split, then stats.json.
 
 
-class TFRecordShardSink(filebasedsink.FileBasedSink):
-  """Beam file sink of uncompressed TFRecord files, written by tf.io.TFRecordWriter.
-
-  Beam's own WriteToTFRecord frames records in Python and needs a CRC32C package (crcmod,
-  google-crc32c or python-snappy: the apache-beam[tfrecord] extra), which requirements.txt does
-  not pin. This sink keeps Beam's sharding, temporary files and final renames, and writes
-  each file with the TensorFlow writer that the single-process converters use. TensorFlow
-  opens local and gs:// paths.
-
-  NOTE: s3:// and hdfs:// need tensorflow-io's file systems, which this module does not
-  import. They have not been tried.
-  """
-
-  def __init__(self, file_path_prefix: str, num_shards: int):
-    super().__init__(
-      file_path_prefix,
-      coder=beam.coders.BytesCoder(),
-      file_name_suffix=SHARD_SUFFIX,
-      num_shards=num_shards,
-      shard_name_template=SHARD_NAME_TEMPLATE,
-      compression_type=CompressionTypes.UNCOMPRESSED,
-    )
-
-  def open(self, temp_path: str) -> tf.io.TFRecordWriter:
-    return tf.io.TFRecordWriter(temp_path)
-
-  def write_encoded_record(self, file_handle: tf.io.TFRecordWriter, encoded_value: bytes) -> None:
-    file_handle.write(encoded_value)
-
-
 def write_stats(
   unused_element: Any,
   stats_path: str,
@@ -531,8 +498,11 @@ def write_dataset(
       split_lists
       | f"Serialized_{split}" >> beam.Map(lambda element: element[1])
       | f"Write_{split}"
-      >> beam.io.Write(
-        TFRecordShardSink(FileSystems.join(output_dir, split, SHARD_PREFIX), num_shards)
+      >> beam.io.WriteToTFRecord(
+        FileSystems.join(output_dir, split, SHARD_PREFIX),
+        file_name_suffix=SHARD_SUFFIX,
+        num_shards=num_shards,
+        shard_name_template=SHARD_NAME_TEMPLATE,
       )
     )
   split_stats = (
