@@ -6,7 +6,7 @@ Example:
     --output_json=runs/demo/eval.json
 
 The model is called through its `serving_default` signature on the serialized records, exactly
-as TF Serving would call it; labels, the item mask and the region come from the same parser.
+as TF Serving would call it. Labels, the item mask and the region come from the same parser.
 Writes the JSON and a markdown table beside it (same name, `.md`), and prints a summary.
 """
 
@@ -63,7 +63,8 @@ def collect_predictions(saved_model_dir: str, spec, eval_files: str,
     if num_lists % (20 * batch_size) == 0:
       logging.info("scored %d lists", num_lists)
   if not chunks:
-    raise ValueError(f"--eval_files={eval_files!r} holds no records")
+    raise ValueError(f"--eval_files={eval_files!r} contains no records; convert data first "
+                     "with python -m pipelines.<dataset>")
   return {key: np.concatenate(parts) for key, parts in chunks.items()}
 
 
@@ -103,7 +104,7 @@ def main(argv):
       raise app.UsageError(f"--{name} is required; see --help")
   if not os.path.isfile(os.path.join(FLAGS.saved_model, "saved_model.pb")):
     raise app.UsageError(
-        f"--saved_model={FLAGS.saved_model!r} holds no saved_model.pb; pass a version directory "
+        f"--saved_model={FLAGS.saved_model!r} contains no saved_model.pb; pass a version directory "
         "such as runs/demo/export/<version>")
   try:
     spec = load_feature_spec(FLAGS.feature_spec)

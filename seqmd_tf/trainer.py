@@ -1,7 +1,7 @@
 """Keras model that trains a scorer with the multi-task ranking loss.
 
-The scorer (see `seqmd_tf.model`) stays a plain functional model that is exported for serving;
-this wrapper only adds the training and evaluation steps, with every loss term in plain sight.
+The scorer (see `seqmd_tf.model`) stays a plain functional model that is exported for serving.
+This wrapper only adds the training and evaluation steps, with every loss term in plain sight.
 """
 
 import math

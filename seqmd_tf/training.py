@@ -43,7 +43,7 @@ class FaultTolerance:
 
 @dataclasses.dataclass
 class RunPaths:
-  """Where a training run reads and writes."""
+  """Input file patterns and output directories of one training run."""
 
   train_files: str
   eval_files: Optional[str]
@@ -77,7 +77,7 @@ def set_seeds(seed: int) -> None:
 
 
 class IncompatibleResumeError(ValueError):
-  """--model_dir holds a checkpoint of a different architecture or feature spec."""
+  """--model_dir contains a checkpoint of a different architecture or feature spec."""
 
 
 def check_resume_compatible(paths: RunPaths, model_config: ModelConfig, spec: FeatureSpec) -> None:
@@ -97,7 +97,7 @@ def check_resume_compatible(paths: RunPaths, model_config: ModelConfig, spec: Fe
     changed.append("--feature_spec (its contents)")
   if changed:
     raise IncompatibleResumeError(
-        f"--model_dir={paths.model_dir} holds a checkpoint trained with other settings: "
+        f"--model_dir={paths.model_dir} contains a checkpoint trained with other settings: "
         f"{', '.join(changed)} changed (see {config_path}). Use a new --model_dir, or delete "
         f"{paths.backup_dir} to start this model_dir over.")
 
